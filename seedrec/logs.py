@@ -1,0 +1,20 @@
+"""Logging set-up shared by every entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = ["setup_logging"]
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Configures the root logger once: ``LEVEL name: message`` on stderr.
+
+    Args:
+        level: a logging level name; defaults to ``$SEEDREC_LOG_LEVEL`` or ``INFO``.
+    """
+    level = (level or os.environ.get("SEEDREC_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("torch.distributed", "torchrec", "fbgemm_gpu", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
