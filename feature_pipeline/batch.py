@@ -7,7 +7,7 @@ Layout for a batch of B samples with ``FeatureSpec.seq_len`` = T::
     dense     (B, F_dense) float32, spec.dense_names order
     labels    (B, n_labels) float32, spec.label_names order
     domain    (B,) int64: index into spec.domains
-    user      (B,) int64: the user's row in the `user` vocabulary (for GAUC); OOV = 0
+    user      (B,) int64: the RAW user id (for GAUC: users unseen in training stay distinct)
 
 Example, B = 2, T = 3, sequences [[5, 6], [7]]::
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from feature_pipeline.schemas import LOG_SCHEMAS, LogSchema
 from seedrec.errors import DataError, SchemaError
 
-__all__ = ["list_partitions", "list_files", "read_file", "read_table", "iter_partitions", "write_partitioned", "write_table"]
+__all__ = ["list_partitions", "list_files", "validate_files", "validate_schema", "read_file", "read_table", "iter_partitions", "write_partitioned", "write_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,23 @@ def validate_schema(path: Path, found: pa.Schema, schema: LogSchema) -> None:
         t = found.field(idx).type
         if not kind.accepts(t):
             raise SchemaError(f"{path}: column `{col}` has type {t}, expected {kind.value}")
+
+
+def validate_files(root: str | Path, name: str) -> int:
+    """Checks the schema of every file of table ``name`` (parquet footers only); returns the count.
+
+    Raises:
+        SchemaError: the first file that is unreadable or lacks/mistypes a required column.
+    """
+    schema = _schema(name)
+    files = list_files(root, name)
+    for path in files:
+        try:
+            found = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise SchemaError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+        validate_schema(path, found, schema)
+    return len(files)
 
 
 def read_file(path: str | Path, name: str, *, columns: list[str] | None = None) -> pa.Table:

