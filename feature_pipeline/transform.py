@@ -441,7 +441,7 @@ class FeatureTransform:
             dense=torch.from_numpy(dense),  # (B, F)
             labels=torch.from_numpy(labels),  # (B, n_labels)
             domain=torch.from_numpy(domain),  # (B,)
-            user=torch.from_numpy(user),  # (B,)
+            user=torch.from_numpy(np.array(user, dtype=np.int64)),  # (B,) a writable copy
         )
 
     # ---- pieces ---------------------------------------------------------------------------

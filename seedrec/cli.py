@@ -120,9 +120,22 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, module, func, help_ in (
         ("train", "recsys.train.cli", "train_main", "train a task: --config FILE --data DIR --out RUN [key=value ...]"),
         ("eval", "recsys.train.cli", "eval_main", "metrics of a trained run on a split: --run RUN --split test"),
+        ("export", "serving.export", "export_main", "model package from a run's checkpoint: --checkpoint RUN --out REPO"),
+        ("serve", "serving.cli", "serve_main", "run the gRPC scoring server: --repository REPO --port P"),
+        ("push", "serving.cli", "push_main", "ship a model package to a server: --package PKG --server ADDR --activate"),
+        ("score", "serving.cli", "score_main", "score items from the shell: --server ADDR --user U --domain D --items 1,2,3"),
     ):
         t = groups.add_parser(name, help=help_, add_help=False)
         t.set_defaults(passthrough=_passthrough(module, func))
+
+    mem = groups.add_parser("memory", help="the LMN memory service: serve, load").add_subparsers(
+        dest="command", required=True, metavar="<command>")
+    for name, func, help_ in (
+        ("serve", "serve_main", "run the memory service: [--redis URL] [--port P] [--token T]"),
+        ("load", "load_main", "load a package's memory block: --package DIR --server ADDR [--version V] [--token T]"),
+    ):
+        t = mem.add_parser(name, help=help_, add_help=False)
+        t.set_defaults(passthrough=_passthrough("memory_service.cli", func))
 
     be = groups.add_parser("bench", help="run one benchmark; writes bench_results/NAME.json")
     be.add_argument("name")

@@ -10,7 +10,9 @@ __all__ = ["setup_logging"]
 
 def _drop_library_chatter(record: logging.LogRecord) -> bool:
     # fbgemm_gpu logs one INFO line per shared library it loads, on the root logger.
-    return not (record.name == "root" and str(record.msg).startswith("Successfully loaded"))
+    # fbgemm's table-batched embeddings log their optimizer arguments on the root logger too.
+    msg = str(record.msg)
+    return not (record.name == "root" and (msg.startswith("Successfully loaded") or msg.startswith("[TBE=")))
 
 
 def setup_logging(level: str | None = None) -> None:
