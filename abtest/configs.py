@@ -21,6 +21,8 @@ from typing import Any
 
 from feature_pipeline.configs import DOMAIN_NAMES
 from seedrec.errors import ConfigError
+from seedrec.validation import check_float
+from seedrec.validation import check_int as _check_int
 
 __all__ = ["Metric", "Correction", "ArmConfig", "ABTestConfig"]
 
@@ -47,20 +49,8 @@ class Correction(str, Enum):  # noqa: UP042  (as Metric)
     HOLM = "holm"
 
 
-def _check_int(name: str, value: object, lo: int, hi: int | None, fix: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"`{name}` must be an integer, got {value!r}; {fix}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"`{name}` must be {bound}, got {value}; {fix}")
 
 
-def _check_float(name: str, value: object, lo: float, hi: float, fix: str) -> None:
-    """Checks ``lo < value <= hi`` (open below, closed above)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-        raise ConfigError(f"`{name}` must be a number, got {value!r}; {fix}")
-    if not lo < value <= hi:
-        raise ConfigError(f"`{name}` must be > {lo} and <= {hi}, got {value}; {fix}")
 
 
 def _check_name(name: str, value: object, fix: str) -> None:
@@ -99,7 +89,7 @@ class ArmConfig:
                 f"`version` of arm {self.name!r} must be '' (the active version) or a version name such as '3', "
                 f"got {self.version!r}"
             )
-        _check_float("share", self.share, 0.0, 1.0, f"give arm {self.name!r} a traffic share such as 0.5")
+        check_float("share", self.share, 0.0, 1.0, f"give arm {self.name!r} a traffic share such as 0.5", open_lo=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,24 +173,24 @@ class ABTestConfig:
         _check_int("days", self.days, 1, 366, "run the experiment between 1 and 366 days")
         _check_int("pre_days", self.pre_days, 0, 366, "pass 0 (no CUPED) to 366 pre-period days")
         self._check_domains()
-        _check_float("requests_per_user_day", self.requests_per_user_day, 0.0, 1e4, "pass a positive mean, e.g. 1")
+        check_float("requests_per_user_day", self.requests_per_user_day, 0.0, 1e4, "pass a positive mean, e.g. 1", open_lo=True)
         _check_int("slate_size", self.slate_size, 1, 1000, "pass the number of items shown per request, e.g. 10")
         _check_int("candidates", self.candidates, self.slate_size, 100_000, "send at least `slate_size` candidates")
         match = _ADDRESS_RE.match(self.server) if isinstance(self.server, str) else None
         if match is None or not 1 <= int(match["port"]) <= 65535:
             raise ConfigError(f"`server` must be 'host:port' with a port in 1..65535, got {self.server!r}")
-        _check_float("deadline_s", self.deadline_s, 0.0, 600.0, "pass a deadline in seconds, e.g. 1.0")
+        check_float("deadline_s", self.deadline_s, 0.0, 600.0, "pass a deadline in seconds, e.g. 1.0", open_lo=True)
         _check_int("concurrency", self.concurrency, 1, 4096, "pass the number of requests in flight, e.g. 8")
         self._check_metrics()
-        _check_float("alpha", self.alpha, 0.0, 0.5, "pass a significance level such as 0.05")
+        check_float("alpha", self.alpha, 0.0, 0.5, "pass a significance level such as 0.05", open_lo=True)
         if not isinstance(self.correction, Correction):
             raise ConfigError(f"`correction` must be one of {[c.value for c in Correction]}, got {self.correction!r}")
         if not isinstance(self.cuped, bool):
             raise ConfigError(f"`cuped` must be true or false, got {self.cuped!r}")
         if self.cuped and self.pre_days == 0:
             raise ConfigError("`cuped` needs a pre-period, but `pre_days` is 0; set `pre_days` >= 1 or `cuped` false")
-        _check_float("srm_alpha", self.srm_alpha, 0.0, 0.5, "pass a small gate level such as 0.001")
-        _check_float("msprt_tau", self.msprt_tau, 0.0, 10.0, "pass the expected size of relative lifts, e.g. 0.05")
+        check_float("srm_alpha", self.srm_alpha, 0.0, 0.5, "pass a small gate level such as 0.001", open_lo=True)
+        check_float("msprt_tau", self.msprt_tau, 0.0, 10.0, "pass the expected size of relative lifts, e.g. 0.05", open_lo=True)
 
     def _check_arms(self) -> None:
         if not isinstance(self.arms, tuple) or len(self.arms) < 2 or not all(isinstance(a, ArmConfig) for a in self.arms):

@@ -11,6 +11,8 @@ import datetime as _dt
 from dataclasses import dataclass
 
 from seedrec.errors import ConfigError
+from seedrec.validation import check_float as _check_float
+from seedrec.validation import check_int as _check_int
 
 __all__ = ["WorldConfig", "DOMAIN_NAMES"]
 
@@ -18,24 +20,8 @@ __all__ = ["WorldConfig", "DOMAIN_NAMES"]
 DOMAIN_NAMES: tuple[str, ...] = ("feed", "search", "mall", "live")
 
 
-def _check_int(name: str, value: object, lo: int, hi: int | None, fix: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"`{name}` must be an integer, got {value!r}; {fix}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"`{name}` must be {bound}, got {value}; {fix}")
 
 
-def _check_float(
-    name: str, value: object, lo: float, hi: float | None, fix: str, *, open_lo: bool = False
-) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-        raise ConfigError(f"`{name}` must be a number, got {value!r}; {fix}")
-    bad = value <= lo if open_lo else value < lo
-    if bad or (hi is not None and value > hi):
-        lo_txt = f"> {lo}" if open_lo else f">= {lo}"
-        bound = lo_txt if hi is None else f"{lo_txt} and <= {hi}"
-        raise ConfigError(f"`{name}` must be {bound}, got {value}; {fix}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,9 @@ from enum import Enum, unique
 from typing import Any, Literal, TypeVar
 
 from seedrec.errors import ConfigError
+from seedrec.validation import check_bool as _check_bool
+from seedrec.validation import check_float as _check_float
+from seedrec.validation import check_int as _check_int
 
 __all__ = [
     "ConnectionNorm",
@@ -120,27 +123,10 @@ class Corpus(str, Enum):  # noqa: UP042  (as NormPlacement)
 _E = TypeVar("_E", bound=Enum)
 
 
-def _check_int(name: str, value: object, lo: int, hi: int | None, fix: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"`{name}` must be an integer, got {value!r}; {fix}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"`{name}` must be {bound}, got {value}; {fix}")
 
 
-def _check_float(name: str, value: object, lo: float, hi: float | None, fix: str, *, open_lo: bool = False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-        raise ConfigError(f"`{name}` must be a number, got {value!r}; {fix}")
-    bad = value <= lo if open_lo else value < lo
-    if bad or (hi is not None and value > hi):
-        lo_txt = f"> {lo}" if open_lo else f">= {lo}"
-        bound = lo_txt if hi is None else f"{lo_txt} and <= {hi}"
-        raise ConfigError(f"`{name}` must be {bound}, got {value}; {fix}")
 
 
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"`{name}` must be true or false, got {value!r}")
 
 
 def _coerce_enum(obj: object, name: str, enum: type[_E]) -> None:
