@@ -137,6 +137,12 @@ def _build_parser() -> argparse.ArgumentParser:
         t = mem.add_parser(name, help=help_, add_help=False)
         t.set_defaults(passthrough=_passthrough("memory_service.cli", func))
 
+    ab = groups.add_parser("abtest", help="simulated A/B tests: run").add_subparsers(
+        dest="command", required=True, metavar="<command>")
+    t = ab.add_parser("run", help="a simulated A/B test against a scoring server: --config FILE --out DIR",
+                      add_help=False)
+    t.set_defaults(passthrough=_passthrough("abtest.cli", "run_main"))
+
     be = groups.add_parser("bench", help="run one benchmark; writes bench_results/NAME.json")
     be.add_argument("name")
     be.add_argument("--quick", action="store_true", help="a small run (seconds), for smoke tests")

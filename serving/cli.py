@@ -43,6 +43,8 @@ def serve_main(argv: list[str]) -> int:
                     help="rows cached by the memory client (0: every read is a ReadWeighted call)")
     ap.add_argument("--redis", default=None, help="online feature store redis:// URL (default: $REDIS_URL)")
     ap.add_argument("--namespace", default="seedrec", help="online store key prefix")
+    ap.add_argument("--store-deadline-ms", type=float, default=20.0,
+                    help="timeout of one online-store read; past it the request is scored with no history (flagged)")
     ap.add_argument("--token", default=None, help="admin token (default: $SEEDREC_ADMIN_TOKEN; none = open admin)")
     ap.add_argument("--default-model", default=None)
     ap.add_argument("--models", default=None, help="comma-separated models to load at start (default: all)")
@@ -63,7 +65,8 @@ def serve_main(argv: list[str]) -> int:
         models=tuple(m for m in args.models.split(",") if m) if args.models else None,
         metrics_port=args.metrics_port, score_threads=args.score_threads, grace_s=args.grace_s,
         scorer=ScorerConfig(max_candidates=args.max_candidates), memory=memory,
-        store=StoreConfig(redis_url=args.redis or os.environ.get("REDIS_URL") or None, namespace=args.namespace),
+        store=StoreConfig(redis_url=args.redis or os.environ.get("REDIS_URL") or None, namespace=args.namespace,
+                          deadline_ms=args.store_deadline_ms),
     )
     if cfg.admin_token is None:
         logger.warning("no admin token: anyone who reaches port %s can push models (pass --token)", cfg.port)
