@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.utils._pytree as pytree
 
 __all__ = ["ModelOutput"]
 
@@ -23,3 +24,9 @@ class ModelOutput:
     logits: torch.Tensor
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+# A pytree node, so that DistributedDataParallel (which TorchRec's DMP wraps around the dense part,
+# with static_graph=True) finds the output tensors and runs its gradient all-reduce. As a plain
+# dataclass it hides every tensor: no all-reduce ran and the dense replicas of N ranks drifted apart.
+pytree.register_dataclass(ModelOutput)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,6 +57,9 @@ class RankingTaskConfig:
         shuffle: shuffle the training split (per epoch, deterministic from the train seed).
         shuffle_buffer: rows per shuffle window of the loader.
         drop_last: drop a short final training batch.
+        batch_source: where training batches come from: ``local`` (``SampleLoader``, rank / world-size
+            sharding) or ``ray_data`` (this Ray Train worker's ``streaming_split`` shard, set by
+            ``recsys.train.ray_launch``; see :mod:`recsys.train.ray_data`). Evaluation always reads locally.
     """
 
     kind: Literal["ranking"] = "ranking"
@@ -67,8 +70,11 @@ class RankingTaskConfig:
     shuffle: bool = True
     shuffle_buffer: int = 65_536
     drop_last: bool = True
+    batch_source: Literal["local", "ray_data"] = "local"
 
     def __post_init__(self) -> None:
+        if self.batch_source not in ("local", "ray_data"):
+            raise ConfigError(f"`task.batch_source` = {self.batch_source!r}; valid values: local, ray_data")
         if self.kind != "ranking":
             raise ConfigError(f"`kind` = {self.kind!r}; RankingTaskConfig has kind 'ranking'")
         if self.eval_batch_size is None:
@@ -161,7 +167,14 @@ class RankingTask:
         loader.set_epoch(epoch)
         return loader
 
-    def batches(self, split: str, *, rank: int, world_size: int, epoch: int) -> SampleLoader:
+    def batches(self, split: str, *, rank: int, world_size: int, epoch: int) -> Iterable[Batch]:
+        if split == "train" and self.config.batch_source == "ray_data":
+            from recsys.train.ray_data import ray_train_batches
+
+            c = self.config
+            return ray_train_batches(self.data_dir, transform=self.transform, batch_size=c.batch_size,
+                                     drop_last=c.drop_last, rank=rank, world_size=world_size, epoch=epoch,
+                                     seed=self.seed, shuffle=c.shuffle, shuffle_buffer=c.shuffle_buffer)
         return self.loader(split, rank=rank, world_size=world_size, epoch=epoch)
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:

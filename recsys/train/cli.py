@@ -7,12 +7,13 @@ Commands::
 
     seedrec train --config configs/train/lmn.yaml --data samples/ --out runs/lmn [key=value ...]
     seedrec train --config ... --data ... --out ... --workers 2        # N processes
+    seedrec train --config ... --data ... --out ... --workers 8 --address auto   # an existing Ray cluster
     seedrec train --config ... --data ... --out runs/lmn --resume      # must continue a checkpoint
     seedrec eval --run runs/lmn --split test [--data samples/]         # latest checkpoint's metrics
 
-``--workers N > 1`` uses ``recsys.train.ray_launch.launch(run, workers=N)`` when that module exists
-(Ray Train) and otherwise spawns N local processes (gloo on loopback), each running the same
-:class:`~recsys.train.trainer.Trainer`.
+``--workers N > 1`` (or any ``--address``) uses ``recsys.train.ray_launch.launch(run, workers=N,
+address=...)`` when that module exists (Ray Train) and otherwise spawns N local processes (gloo on
+loopback), each running the same :class:`~recsys.train.trainer.Trainer`.
 """
 
 from __future__ import annotations
@@ -48,20 +49,27 @@ def _train_worker(run_dict: dict[str, Any]) -> None:
     run_training(run_config_from_dict(run_dict))
 
 
-def launch_training(run: RunConfig, *, workers: int) -> dict[str, float]:
+def launch_training(run: RunConfig, *, workers: int, address: str | None = None) -> dict[str, float]:
     """Trains ``run`` on ``workers`` processes (Ray Train when available, else local spawn).
+
+    Args:
+        run: the run.
+        workers: processes (ranks).
+        address: a running Ray cluster (``auto``, ``ray://host:10001``, ...); implies Ray Train.
 
     Returns:
         The final metrics, read back from ``metrics.json``.
     """
-    if workers == 1:
+    if workers == 1 and address is None:
         return run_training(run)
     try:
         ray_launch = importlib.import_module("recsys.train.ray_launch")
     except ModuleNotFoundError:
         ray_launch = None
     if ray_launch is not None and hasattr(ray_launch, "launch"):
-        return dict(ray_launch.launch(run, workers=workers))
+        return dict(ray_launch.launch(run, workers=workers, address=address))
+    if address is not None:
+        raise ConfigError("`--address` needs Ray Train (recsys.train.ray_launch), which is not installed")
     if not run.train.out_dir:
         raise ConfigError("`train.out_dir` is unset; N-process training reports through RUN/metrics.json")
     Trainer(build_task(run), config=run.train).check()  # config errors as one line, not N tracebacks
@@ -76,6 +84,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="the samples folder (sets task.data_dir)")
     p.add_argument("--out", required=True, type=Path, help="the run folder (sets train.out_dir)")
     p.add_argument("--workers", type=int, default=1, help="processes; > 1 runs under Ray Train or local spawn")
+    p.add_argument("--address", default=None,
+                   help="a running Ray cluster to train on (e.g. auto, ray://head:10001); default: a local Ray")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_const", const=ResumeMode.REQUIRE.value, dest="resume",
                    help="continue the run's latest checkpoint (fail if there is none)")
@@ -87,7 +97,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``seedrec train --config FILE --data DIR --out RUN [--workers N] [--resume|--fresh] [key=value ...]``.
+    """``seedrec train --config FILE --data DIR --out RUN [--workers N] [--address RAY] [--resume|--fresh] [key=value ...]``.
 
     Returns:
         0 on success.
@@ -108,7 +118,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if args.no_progress:
         changes["progress_bar"] = False
     run = RunConfig(task=task, model=run.model, train=dataclasses.replace(run.train, **changes))
-    metrics = launch_training(run, workers=args.workers)
+    metrics = launch_training(run, workers=args.workers, address=args.address)
     logger.info("run %s done: %s", args.out, metrics)
     return 0
 

@@ -21,6 +21,7 @@ evaluate the final splits and write ``metrics.json``. Only rank 0 logs and write
 Run folder::
 
     RUN/config.json       the resolved configuration
+    RUN/plan.json         the TorchRec sharding plan: type, kernel and ranks of every table (DMP only)
     RUN/metrics.json      final metrics, steps, samples/s, times, eval history, config
     RUN/tb/               TensorBoard scalars
     RUN/checkpoints/      see recsys.train.checkpoint
@@ -121,6 +122,17 @@ def _sized_len(data: Iterable[Any]) -> int | None:
         return len(data)  # type: ignore[arg-type]  # probing whether the iterable is sized
     except TypeError:
         return None
+
+
+def _plan_summary(plan: Any, world_size: int) -> dict[str, Any]:
+    """``{"world_size": W, "tables": {"<module>.<table>": {"sharding_type", "compute_kernel", "ranks"}}}``."""
+    tables = {
+        f"{path}.{name}": {"sharding_type": ps.sharding_type, "compute_kernel": ps.compute_kernel,
+                           "ranks": sorted(set(ps.ranks or []))}
+        for path, module_plan in plan.plan.items()
+        for name, ps in module_plan.items()
+    }
+    return {"world_size": world_size, "tables": tables}
 
 
 class Trainer:
@@ -292,6 +304,8 @@ class Trainer:
             if ctx.is_main and self.out_dir is not None:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 (self.out_dir / "config.json").write_text(json.dumps(self.config_payload(), indent=2, default=str))
+                if wrapped.plan is not None:  # where each table's shards live (launchers and tests read it)
+                    (self.out_dir / "plan.json").write_text(json.dumps(_plan_summary(wrapped.plan, ctx.world_size), indent=2))
                 if cfg.tensorboard:
                     from torch.utils.tensorboard import SummaryWriter
 
