@@ -36,6 +36,8 @@ echo "[setup] torchrec 1.8.0 (--no-deps)"
 pipi "torchrec==1.8.0" --no-deps
 echo "[setup] requirements.txt"
 pipi -r requirements.txt
+# The peer of `seedrec bench train_throughput`; its declared deps would pull TensorFlow-era pins.
+pipi --no-deps "deepctr-torch==0.3.0"
 pipi --no-deps --no-build-isolation -e .
 echo "[setup] gRPC stubs"
 "$VPY" -m seedrec.protogen

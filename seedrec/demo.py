@@ -152,7 +152,7 @@ def run_demo(
         runs: dict[str, Path] = {}
         for kind, _ in _MODELS:
             runs[kind] = out / "runs" / kind
-            overrides = [f"task.data_dir={samples}", f"train.out_dir={runs[kind]}", f"train.max_steps={steps}",
+            overrides = [f"task.data_dir={samples}", f"train.out_dir={runs[kind]}", f"train.max_steps={steps}", "task.batch_size=512",
                          f"train.warmup_steps={min(20, steps)}", f"train.checkpoint_every={steps}",
                          "train.tensorboard=false", "train.final_splits=[test]", "task.eval_batch_size=4096", f"train.log_every={max(steps // 4, 1)}",
                          "train.progress_bar=true"]

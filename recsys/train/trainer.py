@@ -75,6 +75,11 @@ logger = logging.getLogger(__name__)
 _END = object()
 
 
+def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads or 1)
+
+
 def seed_everything(seed: int) -> None:
     """Seeds python's ``random``, numpy's global RNG and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -293,6 +298,7 @@ class Trainer:
         wall0 = time.perf_counter()
         self._check_splits(self._required_splits())
         ctx = init_distributed(device=cfg.device, timeout_s=cfg.dist_timeout_s)
+        _set_cpu_threads(cfg, ctx.device)
         writer: Any = None
         try:
             seed_everything(cfg.seed)
@@ -524,6 +530,7 @@ class Trainer:
         cfg = self.config
         self._check_splits(splits)
         ctx = init_distributed(device=cfg.device, timeout_s=cfg.dist_timeout_s)
+        _set_cpu_threads(cfg, ctx.device)
         try:
             seed_everything(cfg.seed)
             wrapped = self._wrap(ctx)
