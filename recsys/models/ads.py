@@ -23,7 +23,6 @@ from recsys.configs import ADSConfig, Backbone
 from recsys.models.din import TargetAttentionModel, check_sparse_features, device_scope
 from recsys.modules.ads import PCRG, PSRG
 from recsys.modules.attention import build_target_attention
-from recsys.modules.mlp import Tower
 from recsys.outputs import ModelOutput
 from seedrec.errors import ConfigError
 
@@ -88,14 +87,7 @@ class ADS(TargetAttentionModel):
                 else None
             )
             self.attention = build_target_attention(cfg, d, d)
-            self.tower = Tower(
-                self.d_sparse + self.attention.out_dim,
-                n_dense=self.n_dense,
-                hidden=cfg.tower_hidden,
-                n_heads=len(self.label_names),
-                activation=cfg.activation,
-                dropout=cfg.dropout,
-            )
+            self.tower = self._tower(self.d_sparse + self.attention.out_dim)
         self._init_weights()
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -94,6 +94,12 @@ class TargetAttentionModel(nn.Module):
         init wins). The embedding tables keep their TorchRec config init."""
         reset_dense_parameters(self, skip=(EmbeddingCollection, EmbeddingBagCollection))
 
+    def _tower(self, in_dim: int) -> Tower:
+        """The prediction tower over ``in_dim`` features + the dense block → one logit per head."""
+        cfg = self.cfg
+        return Tower(in_dim, n_dense=self.n_dense, hidden=cfg.tower_hidden, n_heads=len(self.label_names),
+                     activation=cfg.activation, dropout=cfg.dropout)
+
     def _sparse_groups(self, sparse: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return [sparse[k] for k in self.sparse_keys]  # (B, D_f) each, spec order
 
@@ -121,14 +127,7 @@ class DIN(TargetAttentionModel):
         d = self.view.dim
         with device_scope(device):
             self.attention = build_target_attention(cfg, d, d)
-            self.tower = Tower(
-                self.d_sparse + self.attention.out_dim,
-                n_dense=self.n_dense,
-                hidden=cfg.tower_hidden,
-                n_heads=len(self.label_names),
-                activation=cfg.activation,
-                dropout=cfg.dropout,
-            )
+            self.tower = self._tower(self.d_sparse + self.attention.out_dim)
         self._init_weights()
 
     def forward(self, batch: Batch) -> ModelOutput:

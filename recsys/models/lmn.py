@@ -30,7 +30,6 @@ from recsys.configs import Backbone, LMNConfig, MemoryRead, MemoryTarget, QueryF
 from recsys.models.din import TargetAttentionModel, check_sparse_features, device_scope
 from recsys.modules.attention import build_target_attention
 from recsys.modules.memory import ProductKeyMemory, masked_smooth_l1
-from recsys.modules.mlp import Tower
 from recsys.outputs import ModelOutput
 from seedrec.errors import ConfigError
 
@@ -109,14 +108,7 @@ class LMN(TargetAttentionModel):
             self.enhance = nn.Linear(cfg.d_value, d) if cfg.memory_read == MemoryRead.SEQUENCE else None
             self.attention = build_target_attention(cfg, d, d)
             d_read = cfg.d_value if cfg.memory_read == MemoryRead.CANDIDATE else 0
-            self.tower = Tower(
-                self.d_sparse + self.attention.out_dim + d_read,
-                n_dense=self.n_dense,
-                hidden=cfg.tower_hidden,
-                n_heads=len(self.label_names),
-                activation=cfg.activation,
-                dropout=cfg.dropout,
-            )
+            self.tower = self._tower(self.d_sparse + self.attention.out_dim + d_read)
         self._init_weights()
 
     def forward(self, batch: Batch) -> ModelOutput:
