@@ -24,10 +24,10 @@ Example:
     ...     ["train.lr=0.01", "task.batch_size=64"])
     >>> run.train.lr, run.task["batch_size"]
     (0.01, 64)
-    >>> run_config_from_dict({"task": {"kind": "ranking"}, "train": {"max_steps": 1, "lrr": 1}})
+    >>> run_config_from_dict({"task": {"kind": "ranking"}, "train": {"max_steps": 1, "lrr": 1}})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    seedrec.errors.ConfigError: unknown key `train.lrr`; valid keys of `train`: betas, checkpoint_every, device, dist_timeout_s, embedding_lr, embedding_optimizer, epochs, eval_every, eval_split, final_splits, grad_clip, keep_checkpoints, log_every, lr, max_steps, min_lr_ratio, out_dir, progress_bar, resume, save_final, schedule, seed, sharding, sharding_types, tensorboard, warmup_steps, weight_decay
+    seedrec.errors.ConfigError: unknown key `train.lrr`; valid keys of `train`: betas, checkpoint_every, ...
 """
 
 from __future__ import annotations
