@@ -69,9 +69,14 @@ class DINAttention(nn.Module):
             (B, D) the interest vector.
         """
         B, T, D = keys.shape
-        q = query.reshape(B, -1, D).expand(B, T, D)  # (B, T, D): (B, D) tiles, (B, T, D) stays
-        x = torch.cat([q, keys, q - keys, q * keys], dim=-1)  # (B, T, 4D)
-        w = self.unit(x).reshape(B, T) * mask  # (B, T): un-normalised, 0 at padding
+        q = query.reshape(B, -1, D)  # (B, 1, D) candidate, or (B, T, D) one query per position
+        # The unit's first layer on [q, k, q−k, q⊙k] is W_q q + W_k k + W_d (q − k) + W_p (q⊙k) + b
+        # = (W_q + W_d) q + (W_k − W_d) k + W_p (q⊙k) + b: the same function and parameters as the
+        # paper's concat, without materialising (B, T, 4D), and the candidate term once per sample.
+        first = self.unit.net[0]
+        W_q, W_k, W_d, W_p = first.weight.split(D, dim=1)  # (H1, D) each
+        h = (q @ (W_q + W_d).T + keys @ (W_k - W_d).T + (q * keys) @ W_p.T + first.bias)  # (B, T, H1)
+        w = self.unit.net[1:](h).reshape(B, T) * mask  # (B, T): un-normalised, 0 at padding
         return torch.bmm(w[:, None, :], keys).reshape(B, D)  # (B, 1, T) @ (B, T, D) -> (B, D)
 
 
