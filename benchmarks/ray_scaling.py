@@ -16,22 +16,20 @@ Two measurements on one synthetic sample set, one private local Ray:
                transform (``FeatureTransform.to_batch``), i.e. the Ray Data path vs a local pyarrow
                loader as the training workers see them. ratio = Ray Data (warm, raw) / pyarrow (raw).
 
-Run: ``seedrec bench ray_scaling [--quick]`` or ``python -m benchmarks.ray_scaling [--quick]``.
+Run: ``seedrec bench ray_scaling [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import BenchResult, format_table, write_result
+from benchmarks._common import BenchResult
 
 __all__ = ["run", "main"]
 
@@ -231,18 +229,3 @@ def run(*, quick: bool = False) -> BenchResult:
         ratio=input_ratio,
         notes=notes,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.ray_scaling [--quick]``: prints the table, writes bench_results/ray_scaling.json."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.ray_scaling")
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    result = run(quick=args.quick)
-    path = write_result(result)
-    sys.stdout.write(format_table(result) + f"\nwrote {path}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

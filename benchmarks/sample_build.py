@@ -10,14 +10,12 @@ for every impression, the user's last T events with ``event.ts < impression.ts``
 
 The two outputs are checked equal (item ids and timestamps of every history) before the times are
 reported. The end-to-end ``build_samples`` throughput (read, join, side tables, vocabularies, write)
-is reported too. Run: ``seedrec bench sample_build`` or ``python -m benchmarks.sample_build [--quick]``.
+is reported too. Run: ``seedrec bench sample_build``.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks._common import BenchResult, format_table, write_result
+from benchmarks._common import BenchResult
 from feature_pipeline import log_io
 from feature_pipeline.build_config import BuildConfig
 from feature_pipeline.samples import EventPool, build_samples
@@ -178,18 +176,3 @@ def run(*, quick: bool = False) -> BenchResult:
         notes="ratio = join samples/s, ours (EventPool) / pandas merge+groupby; histories asserted identical. "
         "build_* = end-to-end build_samples (read, join, side tables, vocabularies, write parquet).",
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.sample_build [--quick]``: prints the table, writes bench_results/sample_build.json."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.sample_build")
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    result = run(quick=args.quick)
-    path = write_result(result)
-    sys.stdout.write(format_table(result) + f"\nwrote {path}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

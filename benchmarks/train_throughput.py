@@ -27,17 +27,15 @@ batch touches ≤ B rows — the production layout for an open user population, 
 ``nn.Embedding`` + Adam update every row each step and our fused row-wise optimizer only the touched
 ones).
 
-Run: ``seedrec bench train_throughput [--quick]`` or ``python -m benchmarks.train_throughput``.
+Run: ``seedrec bench train_throughput [--quick]``.
 Needs ``deepctr-torch==0.3.0`` (``pip install --no-deps deepctr-torch==0.3.0``; it imports
 ``requests`` and scikit-learn at import time).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import BenchResult, format_table, write_result
+from benchmarks._common import BenchResult
 from feature_pipeline.build_config import BuildConfig
 from feature_pipeline.configs import WorldConfig
 from feature_pipeline.loader import SampleLoader
@@ -257,19 +255,3 @@ def run(
         f"hashed_users_* = the same with a {buckets + 1:,}-row hashed user table. Same rows, batch size, widths, "
         "threads; best of `repeats` alternating runs; AUC/GAUC/logloss from recsys.metrics on the same test rows.",
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.train_throughput [--quick]``: prints the table, writes bench_results/train_throughput.json."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    result = run(quick=args.quick, threads=args.threads)
-    path = write_result(result)
-    sys.stdout.write(format_table(result) + f"\nwrote {path}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
