@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks._common import BenchResult
 
-__all__ = ["run", "main"]
+__all__ = ["run"]
 
 logger = logging.getLogger(__name__)
 

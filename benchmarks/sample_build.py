@@ -31,7 +31,7 @@ from feature_pipeline.build_config import BuildConfig
 from feature_pipeline.samples import EventPool, build_samples
 from feature_pipeline.schemas import TS_TYPE
 
-__all__ = ["run", "pandas_histories", "main"]
+__all__ = ["run", "pandas_histories"]
 
 logger = logging.getLogger(__name__)
 

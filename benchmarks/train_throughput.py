@@ -55,7 +55,7 @@ from recsys.metrics import auc, gauc, logloss
 from recsys.train.cli import run_training
 from recsys.train.run_config import run_config_from_dict
 
-__all__ = ["run", "deepctr_inputs", "main"]
+__all__ = ["run", "deepctr_inputs"]
 
 logger = logging.getLogger(__name__)
 
