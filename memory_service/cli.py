@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import time
@@ -82,22 +81,18 @@ def read_memory_package(package: Path) -> tuple[np.ndarray, str, str]:
     path = package / MEMORY_FILE
     if not path.is_file():
         raise PackageError(f"{path}: no {MEMORY_FILE} in the package (only LMN packages carry a memory block)")
-    manifest: dict[str, object] = {}
-    if (package / "manifest.json").is_file():
-        try:
-            manifest = json.loads((package / "manifest.json").read_text())
-        except json.JSONDecodeError as e:
-            raise PackageError(f"{package / 'manifest.json'}: not valid JSON ({e})") from None
-    expected = _manifest_sha(manifest, MEMORY_FILE)
-    if expected:
-        import hashlib
+    # The package format (and its checksums) belongs to serving.package: one reader, not two.
+    from serving.package import MANIFEST_FILE, read_manifest, sha256_file
 
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(16 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != expected.lower():
-            raise PackageError(f"{path}: sha256 {h.hexdigest()} does not match the manifest ({expected})")
+    name, version = package.resolve().parent.name, package.resolve().name
+    if (package / MANIFEST_FILE).is_file():
+        manifest = read_manifest(package)
+        name, version = manifest.name, manifest.version
+        expected = manifest.files.get(MEMORY_FILE)
+        if expected is None:
+            raise PackageError(f"{package / MANIFEST_FILE}: lists no {MEMORY_FILE}")
+        if sha256_file(path) != expected.lower():
+            raise PackageError(f"{path}: sha256 {sha256_file(path)} does not match the manifest ({expected})")
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -110,20 +105,7 @@ def read_memory_package(package: Path) -> tuple[np.ndarray, str, str]:
     values = tensors[TENSOR_NAME]
     if values.ndim != 2 or values.dtype != np.float32:
         raise PackageError(f"{path}: {TENSOR_NAME!r} must be a float32 [n, d] tensor, got {values.dtype} {list(values.shape)}")
-    version = str(manifest.get("version") or package.resolve().name)
-    source = f"{manifest.get('name') or package.resolve().parent.name}/{version}"
-    return values, version, source
-
-
-def _manifest_sha(manifest: dict[str, object], filename: str) -> str | None:
-    files = manifest.get("files") or manifest.get("sha256")
-    if isinstance(files, dict):
-        entry = files.get(filename)
-        if isinstance(entry, str):
-            return entry
-        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
-            return str(entry["sha256"])
-    return None
+    return values, version, f"{name}/{version}"
 
 
 def load_main(argv: list[str]) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from seedrec.errors import ServiceUnavailableError
+from seedrec.net import free_port
 
 __all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "redis_url_or_embedded"]
 
@@ -54,11 +55,6 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
-    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class EmbeddedRedis:

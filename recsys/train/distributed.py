@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +36,7 @@ from torch import nn
 
 from recsys.train.configs import EmbeddingOptimizer
 from seedrec.errors import ConfigError
+from seedrec.net import free_port
 
 __all__ = [
     "DistContext",
@@ -86,11 +86,6 @@ class DistContext:
         return self.rank == 0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pick_device(preferred: str | None, local_rank: int) -> tuple[torch.device, str]:

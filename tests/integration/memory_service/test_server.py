@@ -330,10 +330,9 @@ def test_cli_load_package(server: BackgroundServer, tmp_path: Path) -> None:
     pkg.mkdir(parents=True)
     x = np.random.default_rng(11).standard_normal((500, 8), dtype=np.float32)
     save_file({"values": x}, str(pkg / "memory.safetensors"))
-    import hashlib
+    from serving.package import write_manifest
 
-    sha = hashlib.sha256((pkg / "memory.safetensors").read_bytes()).hexdigest()
-    (pkg / "manifest.json").write_text(json.dumps({"name": "lmn", "version": "7", "files": {"memory.safetensors": sha}}))
+    write_manifest(pkg, name="lmn", version="7", kind="lmn", model_config={}, feature_spec={})
     values, version, source = read_memory_package(pkg)
     assert (version, source) == ("7", "lmn/7") and values.shape == (500, 8)
     assert load_main(["--package", str(pkg), "--server", server.address, "--token", TOKEN, "--name", "pkg"]) == 0
@@ -341,7 +340,9 @@ def test_cli_load_package(server: BackgroundServer, tmp_path: Path) -> None:
         info = c.info()
         assert (info.version, info.source) == ("7", "lmn/7")
         np.testing.assert_array_equal(c.read(np.arange(500)), x)
-    (pkg / "manifest.json").write_text(json.dumps({"files": {"memory.safetensors": "0" * 64}}))
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["files"]["memory.safetensors"] = "0" * 64
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PackageError, match="does not match the manifest"):
         read_memory_package(pkg)
     save_file({"other": x}, str(pkg / "memory.safetensors"))
